@@ -4,17 +4,21 @@
 
 # %% ../nbs/09_cli.ipynb #ce0baf4c
 from __future__ import annotations
-import sys
+import subprocess, sys
 from dataclasses import fields
 from pathlib import Path
 
 from fastcore.script import Param, anno_parser, store_true
+from torch.distributed.elastic.multiprocessing.errors import record
 
 from .data import KAGGLE_ROOT, make_toy_dataset
+from .distributed import torchrun_command, torchrun_env
+from .metrics import DEFAULT_MAX_UNCOMPRESSED_MB, score
+from .submission import make_submission
 from .training import Config, PRESETS, demo, fit, get_config, translate
 
 # %% auto #0
-__all__ = ['COMMANDS', 'USER_ERRORS', 'parse_overrides', 'train', 'translate_cmd', 'demo_cmd', 'main']
+__all__ = ['COMMANDS', 'USER_ERRORS', 'parse_overrides', 'train', 'translate_cmd', 'demo_cmd', 'score_cmd', 'submit_cmd', 'main']
 
 # %% ../nbs/09_cli.ipynb #1383bc2b
 def parse_overrides(pairs:list|None) -> dict:
@@ -41,15 +45,28 @@ def train(preset:Param(f"Named configuration: {', '.join(PRESETS)}", str)='resne
           out:Param("Output folder for checkpoints, samples and logs", str)=None,
           resume:Param("Continue from the newest checkpoint in --out", store_true)=False,
           max_steps:Param("Stop (with a checkpoint) after this many iterations in total", int)=None,
-          set:Param("Config overrides as key=value pairs, e.g. --set lr=1e-4 n_epochs=5", str, nargs='*')=None):
+          set:Param("Config overrides as key=value pairs, e.g. --set lr=1e-4 n_epochs=5", str, nargs='*')=None,
+          nproc:Param("Processes to train with, one per GPU (gloo CPU processes without GPUs); >1 starts torchrun", int)=1):
     "Train a CycleGAN."
     overrides = parse_overrides(set)
     if out: overrides['out'] = out
     config = get_config(preset, **overrides)
+    under_torchrun = torchrun_env()[2] > 1
+    if nproc > 1 and under_torchrun: raise ValueError("--nproc starts torchrun itself: leave it out under torchrun.")
     if data is None and not KAGGLE_ROOT.is_dir():
+        if under_torchrun: raise ValueError("Under torchrun, give --data: the processes cannot all write the toy data "
+                                            "(cyclegan train --nproc N writes it before it starts them).")
         data = make_toy_dataset(Path(config.out)/'toy_data', size=config.load_size)
         print(f"No --data and no Kaggle input: training on the embedded toy data set written to {data}.")
-    fit(config, data=data, resume=resume, max_steps=max_steps)
+    if nproc > 1:
+        args = ['train', '--preset', preset, '--out', config.out, *(['--data', data] if data else []),
+                *(['--resume'] if resume else []), *(['--max_steps', max_steps] if max_steps else []),
+                *(['--set', *set] if set else [])]
+        code = subprocess.call(torchrun_command(nproc, 'cyclegan_nb.cli', args))
+        if code: sys.exit(code)
+        return
+    run = record(fit) if under_torchrun else fit   # record puts a failing rank's traceback into torchrun's summary
+    run(config, data=data, resume=resume, max_steps=max_steps)
 
 def translate_cmd(weights:Param("Exported generator, checkpoint, or run folder (required)", str)=None,
                   input:Param("A photo or a folder of photos (required)", str)=None,
@@ -67,8 +84,31 @@ def demo_cmd(out:Param("Output folder", str)='cyclegan_demo',
     "Make the embedded toy data set, train the small demo model on the CPU, and translate test photos."
     demo(out, **parse_overrides(set))
 
-# %% ../nbs/09_cli.ipynb #fad460ea
-COMMANDS = {'train': train, 'translate': translate_cmd, 'demo': demo_cmd}
+def score_cmd(images:Param("images.zip (read in place) or a folder of generated images", str),
+              real:Param("Folder (or zip) of real paintings, e.g. .../monet_jpg (required)", str)=None,
+              inception_weights:Param("Inception weights file (default: torch hub cache, /kaggle/input)", str)=None,
+              extractor:Param("inception (MiFID), proxy (offline stand-in, not MiFID) or inception-random", str)='inception',
+              batch_size:Param("Images per forward pass", int)=50,
+              device:Param("auto, cpu, cuda, cuda:1, ...", str)='auto',
+              eps:Param("Memorization threshold of MiFID (Kaggle: 0.1)", float)=0.1,
+              max_uncompressed_mb:Param("Refuse zips that unpack to more than this", int)=DEFAULT_MAX_UNCOMPRESSED_MB):
+    "Score generated images against real paintings: FID, memorization distance and MiFID, as Kaggle computes them."
+    if not real: raise ValueError("--real is required: the folder of real paintings, e.g. .../monet_jpg.")
+    score(images, real, inception_weights, extractor, batch_size, device, eps, max_uncompressed_mb)
+
+def submit_cmd(weights:Param("Exported generator, checkpoint, or run folder (required)", str)=None,
+               photos:Param("Folder of photos (default: the Kaggle input's photo_jpg)", str)=None,
+               out:Param("The zip to write", str)='images.zip',
+               epoch:Param("With a run folder: the epoch's generator (default: the last)", int)=None,
+               batch_size:Param("Photos per forward pass", int)=32,
+               device:Param("auto, cpu, cuda, cuda:1, ...", str)='auto',
+               allow_fewer:Param("Accept fewer than 7,000 photos (a trial zip Kaggle will refuse)", store_true)=False):
+    "Translate every photo and stream the paintings into a validated images.zip for Kaggle."
+    if not weights: raise ValueError("--weights is required (see --help).")
+    print(make_submission(weights, photos, out, epoch=epoch, batch_size=batch_size, device=device, allow_fewer=allow_fewer))
+
+# %% ../nbs/09_cli.ipynb #3551a269
+COMMANDS = {'train': train, 'translate': translate_cmd, 'demo': demo_cmd, 'score': score_cmd, 'submit': submit_cmd}
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError)
 
 def main():
@@ -84,5 +124,5 @@ def main():
         print(f"cyclegan {command}: error: {e}", file=sys.stderr)
         sys.exit(2)
 
-# %% ../nbs/09_cli.ipynb #3551a269
+# %% ../nbs/09_cli.ipynb #80fcba75
 if __name__ == '__main__' and hasattr(sys.modules['__main__'], '__file__'): main()

@@ -5,6 +5,7 @@
 # %% ../nbs/03_training.ipynb #5ba5bac4
 from __future__ import annotations
 import csv, json, math, os, random, time, warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
@@ -19,17 +20,20 @@ from tqdm.auto import tqdm
 
 from .data import (UnpairedDataset, denormalize, find_domains, list_images, load_rgb, make_toy_dataset,
                               make_transform, style_distance)
+from .distributed import Distributed, check_even_split
 from .losses import GANLoss, ImagePool, cycle_loss, identity_loss
+from .media import log_epoch_media, log_final_media, photo_across_epochs, save_gif
 from .models import define_D, define_G
 
 # %% auto #0
-__all__ = ['PRESETS', 'CHECKPOINT_FORMAT', 'GENERATOR_FORMAT', 'NETS', 'ARCHITECTURE', 'LOSS_FAMILIES', 'Config', 'get_config',
-           'lr_factor', 'set_learning_rate', 'resolve_device', 'resolve_precision', 'set_requires_grad', 'CycleGAN',
-           'train_step', 'load_reference_weights', 'EpochSampler', 'make_dataset', 'fixed_samples', 'atomic_save',
-           'rng_state', 'set_rng_state', 'checkpoint_state', 'read_checkpoint', 'restore', 'checkpoint_paths',
-           'save_checkpoint', 'export_generator', 'generator_paths', 'load_generator', 'sample_grid', 'save_png',
-           'new_history', 'smooth', 'plot_losses', 'save_history', 'wandb_key_configured', 'start_wandb',
-           'DeferredInterrupt', 'fit', 'size_multiple', 'translate_batch', 'translate', 'demo']
+__all__ = ['PRESETS', 'FAST_PATH', 'CHECKPOINT_FORMAT', 'GENERATOR_FORMAT', 'NETS', 'ARCHITECTURE', 'LOSS_FAMILIES', 'Config',
+           'get_config', 'lr_factor', 'set_learning_rate', 'resolve_device', 'resolve_precision', 'resolve_fast_path',
+           'set_requires_grad', 'CycleGAN', 'train_step', 'load_reference_weights', 'weight_difference', 'EpochSampler',
+           'make_dataset', 'fixed_samples', 'DeviceImages', 'atomic_save', 'rng_state', 'set_rng_state', 'rank_state',
+           'checkpoint_state', 'read_checkpoint', 'restore', 'checkpoint_paths', 'save_checkpoint', 'export_generator',
+           'generator_paths', 'load_generator', 'sample_grid', 'save_png', 'new_history', 'smooth', 'plot_losses',
+           'save_history', 'wandb_key_configured', 'start_wandb', 'DeferredInterrupt', 'fit', 'size_multiple',
+           'translate_batch', 'translate', 'demo']
 
 # %% ../nbs/03_training.ipynb #3d3765bd
 @dataclass
@@ -70,8 +74,15 @@ class Config:
     # run
     seed: int = 0
     precision: str = 'auto'       # auto | fp32 | bf16 | fp16
-    channels_last: bool = False
     device: str = 'auto'          # auto | cpu | cuda | cuda:1 ...
+    # the fast path: each switch is auto (on for a GPU, off on the CPU) | on | off
+    channels_last: str = 'auto'   # NHWC memory layout
+    batched_calls: str = 'auto'   # independent generator and discriminator calls as one batch
+    fused_adam: str = 'auto'      # one fused kernel per Adam step
+    cudnn_benchmark: str = 'auto' # let cuDNN time its convolution algorithms once
+    gpu_augment: str = 'auto'     # uint8 images held in (pinned) memory, cropped and flipped on the device
+    torch_compile: str = 'off'    # torch.compile the networks (minutes of compilation first)
+    dist_timeout: float = 900     # seconds a collective of a multi-process run waits before failing
     out: str = 'cyclegan_out'
     keep_checkpoints: int = 2     # full checkpoints kept; generators are kept for every epoch
     n_samples: int = 4            # fixed photos and paintings in each epoch's sample grid
@@ -92,7 +103,7 @@ PRESETS = {
                        n_epochs_decay=15),
     'reference': {},
     'demo': dict(netG='resnet_6blocks', ngf=16, ndf=16, load_size=72, crop_size=64, preprocess='resize_and_crop',
-                 flip=True, epoch_length=60, n_epochs=6, n_epochs_decay=2, num_workers=0, n_samples=4),
+                 flip=True, epoch_length=100, n_epochs=10, n_epochs_decay=5, num_workers=0, n_samples=4),
 }
 
 def get_config(preset:str='reference', **overrides) -> Config:
@@ -126,7 +137,7 @@ def resolve_device(device:str='auto') -> torch.device:
     "`auto` is the first GPU when there is one, else the CPU."
     if device == 'auto': return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
     if device.startswith('cuda') and not torch.cuda.is_available():
-        raise RuntimeError(f"device={device!r} was asked for, but PyTorch sees no GPU; use device='cpu' or 'auto'.")
+        raise ValueError(f"device={device!r} was asked for, but PyTorch sees no GPU; use device='cpu' or 'auto'.")
     return torch.device(device)
 
 def resolve_precision(precision:str, device:torch.device) -> str:
@@ -140,6 +151,26 @@ def resolve_precision(precision:str, device:torch.device) -> str:
     return 'fp32'
 
 # %% ../nbs/03_training.ipynb #07269999
+FAST_PATH = ('channels_last', 'batched_calls', 'fused_adam', 'cudnn_benchmark', 'gpu_augment', 'torch_compile')
+_ON, _OFF = ('on', 'true', 'yes', '1'), ('off', 'false', 'no', '0')
+
+def resolve_fast_path(config:Config, device:torch.device) -> dict:
+    "`{switch: bool}` for the `FAST_PATH` switches of `config` on `device`; `auto` is on for a GPU, off on the CPU."
+    chosen = {}
+    for name in FAST_PATH:
+        value = str(getattr(config, name)).lower()
+        if value not in ('auto', *_ON, *_OFF): raise ValueError(f"{name} must be auto, on or off, not {getattr(config, name)!r}.")
+        chosen[name] = device.type == 'cuda' if value == 'auto' else value in _ON
+    requirements = {'batched_calls': (config.norm != 'batch', "needs a per-image normalisation (norm='instance' or "
+                                      "'none'): batch norm would mix the statistics of the images batched together"),
+                    'gpu_augment': (config.cache, "keeps the decoded images in memory: it needs cache=True")}
+    for name, (met, reason) in requirements.items():
+        if chosen[name] and not met:
+            if str(getattr(config, name)).lower() != 'auto': raise ValueError(f"{name}=on {reason}.")
+            chosen[name] = False
+    return chosen
+
+# %% ../nbs/03_training.ipynb #e65f9b02
 def set_requires_grad(nets, requires_grad:bool):
     "Freeze or unfreeze every parameter of `nets`."
     for net in nets:
@@ -149,25 +180,34 @@ class CycleGAN(nn.Module):
     "The four networks, two optimisers and two image pools of CycleGAN; `train_step` is one reference iteration."
     loss_names = ('D_A', 'G_A', 'cycle_A', 'idt_A', 'D_B', 'G_B', 'cycle_B', 'idt_B')
 
-    def __init__(self, config:Config, device:str|torch.device|None=None):
+    def __init__(self, config:Config, device:str|torch.device|None=None, world:Distributed|None=None):
         super().__init__()
         self.config = c = config
         self.device = torch.device(device) if device is not None else resolve_device(c.device)
         self.precision = resolve_precision(c.precision, self.device)
+        self.fast_path = resolve_fast_path(c, self.device)
+        self.rank, self.world_size = (world.rank, world.world_size) if world else (0, 1)
         g = dict(ngf=c.ngf, norm=c.norm, use_dropout=c.use_dropout, init_type=c.init_type, init_gain=c.init_gain)
         d = dict(ndf=c.ndf, n_layers_D=c.n_layers_D, norm=c.norm, init_type=c.init_type, init_gain=c.init_gain)
-        torch.manual_seed(c.seed)
+        torch.manual_seed(c.seed + self.rank)  # DDP gives every rank rank 0's initial weights; dropout differs per rank
         self.G_A, self.G_B = define_G(c.netG, **g), define_G(c.netG, **g)
         self.D_A, self.D_B = define_D(c.netD, **d), define_D(c.netD, **d)
         self.to(self.device)
-        if c.channels_last: self.to(memory_format=torch.channels_last)
-        betas = (c.beta1, 0.999)
-        self.opt_G = torch.optim.Adam([*self.G_A.parameters(), *self.G_B.parameters()], lr=c.lr, betas=betas)
-        self.opt_D = torch.optim.Adam([*self.D_A.parameters(), *self.D_B.parameters()], lr=c.lr, betas=betas)
-        self.pool_A = ImagePool(c.pool_size, seed=c.seed)      # fakes of domain A (photos), shown to D_B
-        self.pool_B = ImagePool(c.pool_size, seed=c.seed + 1)  # fakes of domain B (Monets), shown to D_A
+        if self.fast_path['channels_last']: self.to(memory_format=torch.channels_last)
+        if self.fast_path['cudnn_benchmark']: torch.backends.cudnn.benchmark = True
+        adam = dict(lr=c.lr, betas=(c.beta1, 0.999), fused=self.fast_path['fused_adam'] or None)
+        self.opt_G = torch.optim.Adam([*self.G_A.parameters(), *self.G_B.parameters()], **adam)
+        self.opt_D = torch.optim.Adam([*self.D_A.parameters(), *self.D_B.parameters()], **adam)
+        self.pool_A = ImagePool(c.pool_size, seed=c.seed + 2 * self.rank)      # fakes of domain A (photos), shown to D_B
+        self.pool_B = ImagePool(c.pool_size, seed=c.seed + 2 * self.rank + 1)  # fakes of domain B (Monets), shown to D_A
         self.criterion_gan = GANLoss(c.gan_mode).to(self.device)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == 'fp16')
+        self.train_nets = {name: self._for_training(getattr(self, name), world) for name in ('G_A', 'G_B', 'D_A', 'D_B')}
+
+    def _for_training(self, net, world):
+        "What `train_step` calls: `net` in DDP when there are several ranks, compiled when `torch_compile` is on."
+        net = world.wrap(net) if world else net
+        return torch.compile(net, dynamic=False) if self.fast_path['torch_compile'] else net
 
     def autocast(self):
         "Mixed-precision context for the chosen precision (a no-op in fp32)."
@@ -176,19 +216,35 @@ class CycleGAN(nn.Module):
 
     def _prepare(self, x):
         x = x.to(self.device, non_blocking=True)
-        return x.contiguous(memory_format=torch.channels_last) if self.config.channels_last else x
+        return x.contiguous(memory_format=torch.channels_last) if self.fast_path['channels_last'] else x
 
-# %% ../nbs/03_training.ipynb #f463c2ce
-def _generator_losses(self:CycleGAN, real_A, real_B, fake_A, fake_B, rec_A, rec_B) -> dict:
+# %% ../nbs/03_training.ipynb #f2a10b6c
+def _forward(self:CycleGAN, G_A, G_B, real_A, real_B) -> dict:
+    "The reference's calls: G_A(a), G_B(G_A(a)), G_B(b), G_A(G_B(b)), then the identity mappings G_A(b), G_B(a)."
+    fake_B = G_A(real_A); rec_A = G_B(fake_B)
+    fake_A = G_B(real_B); rec_B = G_A(fake_A)
+    identity = self.config.lambda_identity > 0
+    return dict(fake_B=fake_B, rec_A=rec_A, fake_A=fake_A, rec_B=rec_B,
+                idt_A=G_A(real_B) if identity else None, idt_B=G_B(real_A) if identity else None)
+
+def _batched_forward(self:CycleGAN, G_A, G_B, real_A, real_B) -> dict:
+    "The same six images from four calls: G_A on [a; b] gives G_A(a) and the identity G_A(b), G_B on [b; a] likewise."
+    if self.config.lambda_identity > 0:
+        fake_B, idt_A = G_A(torch.cat([real_A, real_B])).chunk(2)
+        fake_A, idt_B = G_B(torch.cat([real_B, real_A])).chunk(2)
+    else: (fake_B, fake_A), idt_A, idt_B = (G_A(real_A), G_B(real_B)), None, None
+    return dict(fake_B=fake_B, rec_A=G_B(fake_B), fake_A=fake_A, rec_B=G_A(fake_A), idt_A=idt_A, idt_B=idt_B)
+
+def _generator_losses(self:CycleGAN, D_A, D_B, real_A, real_B, fake_A, fake_B, rec_A, rec_B, idt_A, idt_B) -> dict:
     c = self.config
     losses = {}
-    if c.lambda_identity > 0:
-        losses['idt_A'] = identity_loss(self.G_A(real_B), real_B, c.lambda_B, c.lambda_identity)
-        losses['idt_B'] = identity_loss(self.G_B(real_A), real_A, c.lambda_A, c.lambda_identity)
+    if idt_A is not None:
+        losses['idt_A'] = identity_loss(idt_A, real_B, c.lambda_B, c.lambda_identity)
+        losses['idt_B'] = identity_loss(idt_B, real_A, c.lambda_A, c.lambda_identity)
     else:
         losses['idt_A'] = losses['idt_B'] = torch.zeros((), device=self.device)
-    losses['G_A'] = self.criterion_gan(self.D_A(fake_B), True)
-    losses['G_B'] = self.criterion_gan(self.D_B(fake_A), True)
+    losses['G_A'] = self.criterion_gan(D_A(fake_B), True)
+    losses['G_B'] = self.criterion_gan(D_B(fake_A), True)
     losses['cycle_A'] = cycle_loss(rec_A, real_A, c.lambda_A)
     losses['cycle_B'] = cycle_loss(rec_B, real_B, c.lambda_B)
     return losses
@@ -196,28 +252,35 @@ def _generator_losses(self:CycleGAN, real_A, real_B, fake_A, fake_B, rec_A, rec_
 def _discriminator_loss(self:CycleGAN, D, real, fake):
     return (self.criterion_gan(D(real), True) + self.criterion_gan(D(fake.detach()), False)) * 0.5
 
+def _batched_discriminator_loss(self:CycleGAN, D, real, fake):
+    "`_discriminator_loss` from one call of `D` on [real; fake]."
+    on_real, on_fake = D(torch.cat([real, fake.detach()])).chunk(2)
+    return (self.criterion_gan(on_real, True) + self.criterion_gan(on_fake, False)) * 0.5
+
 def train_step(self:CycleGAN, real_A:torch.Tensor, real_B:torch.Tensor) -> dict:
     "One reference CycleGAN iteration on a batch of photos `real_A` and Monets `real_B`; returns the eight losses."
     real_A, real_B = self._prepare(real_A), self._prepare(real_B)
+    G_A, G_B, D_A, D_B = (self.train_nets[n] for n in ('G_A', 'G_B', 'D_A', 'D_B'))
+    batched = self.fast_path['batched_calls']
     nets_D = (self.D_A, self.D_B)
     # 1. forward
     with self.autocast():
-        fake_B = self.G_A(real_A); rec_A = self.G_B(fake_B)
-        fake_A = self.G_B(real_B); rec_B = self.G_A(fake_A)
+        images = (_batched_forward if batched else _forward)(self, G_A, G_B, real_A, real_B)
     # 2. generators, discriminators frozen
     set_requires_grad(nets_D, False)
     self.opt_G.zero_grad(set_to_none=True)
     with self.autocast():
-        losses = _generator_losses(self, real_A, real_B, fake_A, fake_B, rec_A, rec_B)
+        losses = _generator_losses(self, D_A, D_B, real_A, real_B, **images)
         loss_G = sum(losses.values())
     self.scaler.scale(loss_G).backward()
     self.scaler.step(self.opt_G)
     # 3. discriminators on real images and pooled fakes
     set_requires_grad(nets_D, True)
     self.opt_D.zero_grad(set_to_none=True)
+    discriminator_loss = _batched_discriminator_loss if batched else _discriminator_loss
     with self.autocast():
-        losses['D_A'] = _discriminator_loss(self, self.D_A, real_B, self.pool_B.query(fake_B))
-        losses['D_B'] = _discriminator_loss(self, self.D_B, real_A, self.pool_A.query(fake_A))
+        losses['D_A'] = discriminator_loss(self, D_A, real_B, self.pool_B.query(images['fake_B']))
+        losses['D_B'] = discriminator_loss(self, D_B, real_A, self.pool_A.query(images['fake_A']))
     self.scaler.scale(losses['D_A'] + losses['D_B']).backward()  # D_A and D_B share no parameter
     self.scaler.step(self.opt_D)
     self.scaler.update()
@@ -226,25 +289,35 @@ def train_step(self:CycleGAN, real_A:torch.Tensor, real_B:torch.Tensor) -> dict:
 
 CycleGAN.train_step = train_step
 
-# %% ../nbs/03_training.ipynb #72e259af
+# %% ../nbs/03_training.ipynb #ab937db1
 def load_reference_weights(model:CycleGAN, state:dict):
     "Load the reference's `{'G_A': state_dict, ...}` into `model`'s four networks."
     for name in ('G_A', 'G_B', 'D_A', 'D_B'): getattr(model, name).load_state_dict(state[name])
 
-# %% ../nbs/03_training.ipynb #7283fdd3
+# %% ../nbs/03_training.ipynb #d9000987
+def weight_difference(a:nn.Module, b:nn.Module) -> float:
+    """The largest relative difference `|a - b| / |b|` between same-named weight tensors of two networks, leaving out
+    the biases that a following non-affine instance norm cancels (they change no output)."""
+    leaves = [(name, m) for name, m in b.named_modules() if not list(m.children())]
+    cancelled = {f'{name}.bias' for (name, m), (_, after) in zip(leaves, leaves[1:])
+                 if isinstance(after, nn.InstanceNorm2d) and not after.affine}
+    sa, sb = a.state_dict(), b.state_dict()
+    return max(((sa[k] - sb[k]).norm() / sb[k].norm().clamp_min(1e-12)).item() for k in sb if k not in cancelled)
+
+# %% ../nbs/03_training.ipynb #35ba0f95
 class EpochSampler(Sampler):
-    "A seeded permutation of `range(n)` per epoch, from position `start`, optionally one shard of `world_size`."
+    "A seeded permutation of `range(n)` per epoch from item `start` on; rank `rank` takes every `world_size`-th item."
     def __init__(self, n:int, seed:int=0, epoch:int=0, start:int=0, rank:int=0, world_size:int=1):
         self.n, self.seed, self.epoch, self.start, self.rank, self.world_size = n, seed, epoch, start, rank, world_size
 
     def epoch_order(self) -> list:
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        return torch.randperm(self.n, generator=g)[self.rank::self.world_size].tolist()
+        return torch.randperm(self.n, generator=g).tolist()
 
-    def __iter__(self): return iter(self.epoch_order()[self.start:])
-    def __len__(self): return max(0, len(range(self.rank, self.n, self.world_size)) - self.start)
+    def __iter__(self): return iter(self.epoch_order()[self.start + self.rank::self.world_size])
+    def __len__(self): return len(range(self.start + self.rank, self.n, self.world_size))
 
-# %% ../nbs/03_training.ipynb #d9000987
+# %% ../nbs/03_training.ipynb #1508976f
 def make_dataset(config:Config, data:str|Path|None=None) -> UnpairedDataset:
     "The unpaired training set of `data` (a Kaggle or CycleGAN layout folder; the Kaggle input when None)."
     dir_A, dir_B = find_domains(data)
@@ -260,7 +333,48 @@ def fixed_samples(dataset:UnpairedDataset, config:Config) -> tuple:
     pick = lambda files: torch.stack([t(load_rgb(f)) for f in [f for f in files if f not in bad][:config.n_samples]])
     return pick(dataset.files['A']), pick(dataset.files['B'])
 
-# %% ../nbs/03_training.ipynb #c86e3a9c
+# %% ../nbs/03_training.ipynb #b5107350
+class DeviceImages:
+    "Every image of `dataset` decoded and resized once, held as uint8 (pinned for a GPU); batches augmented on `device`."
+    def __init__(self, dataset:UnpairedDataset, config:Config, device:str|torch.device):
+        self.dataset, self.device, self.crop, self.flip = dataset, torch.device(device), config.crop_size, config.flip
+        self.size = config.load_size if config.preprocess == 'resize_and_crop' else config.crop_size
+        self.images = {domain: self._decode_all(domain) for domain in ('A', 'B')}
+
+    def _decode_all(self, domain) -> torch.Tensor:
+        n, size = len(self.dataset.files[domain]), [self.size, self.size]
+        images = torch.empty((n, 3, *size), dtype=torch.uint8, pin_memory=self.device.type == 'cuda')
+        def decode(j):   # the file the CPU pipeline reads for index j (the next readable one if j is unreadable)
+            images[j] = v2.functional.resize(self.dataset._read(domain, j)[1], size, v2.InterpolationMode.BICUBIC)
+        with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
+            for _ in tqdm(pool.map(decode, range(n)), total=n, desc=f'decoding domain {domain}', leave=False, delay=2): pass
+        return images
+
+    def _draw(self, g:torch.Generator) -> tuple:
+        "(top, left, flip) drawn as `make_transform`'s RandomCrop and RandomHorizontalFlip draw them."
+        span = self.size - self.crop
+        top, left = [int(torch.randint(0, span + 1, (), generator=g)) if span else 0 for _ in 'yx']
+        return top, left, bool(self.flip and torch.rand(1, generator=g) < 0.5)
+
+    def batch(self, indices) -> dict:
+        "Items `indices` of the dataset's current epoch: `dict(A=..., B=...)`, float batches in [-1, 1] on the device."
+        crops = {'A': [], 'B': []}
+        for i in indices:
+            a, b, seed = self.dataset.pair_indices(int(i))
+            g = torch.Generator().manual_seed(seed)
+            for domain, j in (('A', a), ('B', b)):
+                top, left, flip = self._draw(g)
+                x = self.images[domain][j].to(self.device, non_blocking=True)[:, top:top + self.crop, left:left + self.crop]
+                crops[domain].append(x.flip(-1) if flip else x)
+        scale = lambda xs: v2.functional.to_dtype(torch.stack(xs), torch.float32, scale=True)
+        return {d: v2.functional.normalize(scale(xs), [0.5] * 3, [0.5] * 3) for d, xs in crops.items()}
+
+    def batches(self, sampler, batch_size:int):
+        "The batches of `batch_size` items in `sampler`'s order, as `batch` makes them."
+        order = list(sampler)
+        for k in range(0, len(order), batch_size): yield self.batch(order[k:k + batch_size])
+
+# %% ../nbs/03_training.ipynb #683d3c1f
 CHECKPOINT_FORMAT = 'cyclegan_nb.checkpoint/1'
 GENERATOR_FORMAT = 'cyclegan_nb.generator/1'
 NETS = ('G_A', 'G_B', 'D_A', 'D_B')
@@ -289,14 +403,19 @@ def set_rng_state(state:dict):
     np.random.set_state(('MT19937', keys.numpy().astype(np.uint32), pos, has_gauss, cached))
     if 'cuda' in state and torch.cuda.is_available(): torch.cuda.set_rng_state_all(state['cuda'])
 
-# %% ../nbs/03_training.ipynb #b1bac41d
-def checkpoint_state(model:CycleGAN, epoch:int, iteration:int, history:dict, wandb_id:str|None=None) -> dict:
-    "Everything needed to continue training at batch `iteration` of the 0-based `epoch`."
+# %% ../nbs/03_training.ipynb #0681ee81
+def rank_state(model:CycleGAN) -> dict:
+    "What differs between the processes of a multi-process run: the image pools and the random states."
+    return dict(pools=dict(A=model.pool_A.state_dict(), B=model.pool_B.state_dict()), rng=rng_state())
+
+def checkpoint_state(model:CycleGAN, epoch:int, iteration:int, samples:int, history:dict, wandb_id:str|None=None,
+                     other_ranks:list=()) -> dict:
+    """Everything needed to continue training the 0-based `epoch` after `iteration` iterations, which trained on its
+    first `samples` items; `other_ranks` holds the `rank_state` of ranks 1, 2, ... of a multi-process run."""
     return dict(format=CHECKPOINT_FORMAT, config=asdict(model.config), epoch=epoch, iteration=iteration,
-                global_step=len(history['step']), nets={n: getattr(model, n).state_dict() for n in NETS},
+                samples=samples, global_step=len(history['step']), nets={n: getattr(model, n).state_dict() for n in NETS},
                 opt_G=model.opt_G.state_dict(), opt_D=model.opt_D.state_dict(), scaler=model.scaler.state_dict(),
-                pools=dict(A=model.pool_A.state_dict(), B=model.pool_B.state_dict()), rng=rng_state(),
-                history=history, wandb_id=wandb_id)
+                **rank_state(model), other_ranks=list(other_ranks), history=history, wandb_id=wandb_id)
 
 def read_checkpoint(path:str|Path, expected_format:str|None=None) -> dict:
     "`torch.load` a cyclegan_nb file safely, with errors that say what is wrong with it."
@@ -320,12 +439,18 @@ def restore(model:CycleGAN, state:dict, path:str|Path='checkpoint'):
         raise ValueError(f"{path} was trained with another architecture: {', '.join(diff)}. Resume with the same "
                          f"preset and overrides, or train into a new output folder.")
     for n in NETS: getattr(model, n).load_state_dict(state['nets'][n])
-    model.opt_G.load_state_dict(state['opt_G']); model.opt_D.load_state_dict(state['opt_D'])
+    for opt, key in ((model.opt_G, 'opt_G'), (model.opt_D, 'opt_D')):   # keeping this run's fused_adam choice
+        fused = opt.param_groups[0]['fused']
+        opt.load_state_dict({**state[key], 'param_groups': [{**g, 'fused': fused} for g in state[key]['param_groups']]})
     model.scaler.load_state_dict(state['scaler'])
-    model.pool_A.load_state_dict(state['pools']['A']); model.pool_B.load_state_dict(state['pools']['B'])
-    set_rng_state(state['rng'])
+    ranks = [state, *state['other_ranks']]   # a rank the checkpoint has no state for keeps its fresh pools and seed
+    if model.rank < len(ranks):
+        own = ranks[model.rank]
+        on_device = lambda pool: {**pool, 'images': [image.to(model.device) for image in pool['images']]}
+        model.pool_A.load_state_dict(on_device(own['pools']['A'])); model.pool_B.load_state_dict(on_device(own['pools']['B']))
+        set_rng_state(own['rng'])
 
-# %% ../nbs/03_training.ipynb #e0f74580
+# %% ../nbs/03_training.ipynb #e53a7e7b
 def checkpoint_paths(out:str|Path) -> list:
     "The full checkpoints of the run in `out`, oldest first."
     return sorted((Path(out)/'checkpoints').glob('step_*.pt'))
@@ -337,7 +462,7 @@ def save_checkpoint(state:dict, out:str|Path, keep:int=2) -> Path:
     for old in checkpoint_paths(out)[:-max(keep, 1)]: old.unlink()
     return path
 
-# %% ../nbs/03_training.ipynb #9f17fb53
+# %% ../nbs/03_training.ipynb #6ecacd2d
 def export_generator(model:CycleGAN, path:str|Path, epoch:int|None=None) -> Path:
     "Write `model.G_A` (photo -> Monet) with its architecture to `path`."
     c = model.config
@@ -388,7 +513,7 @@ def load_generator(path:str|Path, epoch:int|None=None, map_location='cpu') -> nn
                          f"{str(e).splitlines()[0]}") from None
     return G.to(map_location).eval()
 
-# %% ../nbs/03_training.ipynb #1508976f
+# %% ../nbs/03_training.ipynb #7cf1af89
 @torch.no_grad()
 def sample_grid(model:CycleGAN, photos:torch.Tensor, paintings:torch.Tensor) -> torch.Tensor:
     "Rows of photo | Monet | reconstruction, then painting | photo | reconstruction, as one [0,1] image."
@@ -409,7 +534,7 @@ def save_png(image:torch.Tensor, path:str|Path) -> Path:
     save_image(image, tmp); os.replace(tmp, path)
     return path
 
-# %% ../nbs/03_training.ipynb #1ce910a2
+# %% ../nbs/03_training.ipynb #8b640d98
 LOSS_FAMILIES = {'adversarial': ('G_A', 'G_B'), 'cycle': ('cycle_A', 'cycle_B'), 'identity': ('idt_A', 'idt_B'),
                  'discriminator': ('D_A', 'D_B')}
 
@@ -453,7 +578,7 @@ def save_history(history:dict, out:str|Path):
     tmp = out/'.history.json.partial'
     tmp.write_text(json.dumps(history)); os.replace(tmp, out/'history.json')
 
-# %% ../nbs/03_training.ipynb #d2c35bf8
+# %% ../nbs/03_training.ipynb #06cb032b
 def wandb_key_configured() -> bool:
     "Whether W&B can log online without asking for a key."
     if os.environ.get('WANDB_API_KEY'): return True
@@ -471,7 +596,7 @@ def start_wandb(config:Config, run_id:str|None=None):
     return wandb.init(project=config.wandb_project, config=asdict(config), dir=config.out, mode=mode, id=run_id,
                       resume='allow' if run_id else None, settings=wandb.Settings(silent=True))
 
-# %% ../nbs/03_training.ipynb #683d3c1f
+# %% ../nbs/03_training.ipynb #91776d1c
 class DeferredInterrupt:
     "Within this context the first SIGINT only sets `.requested`; a second one raises `KeyboardInterrupt`."
     def __enter__(self):
@@ -488,63 +613,93 @@ class DeferredInterrupt:
         import signal
         if self._previous is not None: signal.signal(signal.SIGINT, self._previous)
 
-# %% ../nbs/03_training.ipynb #0681ee81
+# %% ../nbs/03_training.ipynb #c0fa6a2a
 def _describe(losses:dict) -> dict:
     return {k: f'{losses[k]:.3f}' for k in ('G_A', 'G_B', 'cycle_A', 'D_A', 'D_B')}
 
 def fit(config:Config, data:str|Path|None=None, resume:bool=False, max_steps:int|None=None,
         progress:bool=True) -> CycleGAN:
     """Train a CycleGAN on `data` into `config.out`; with `resume`, continue from the newest checkpoint there.
-    Stops early (with a checkpoint) after `max_steps` global iterations or on an interrupt."""
+    Stops early (with a checkpoint) after `max_steps` global iterations or on an interrupt. Launched by `torchrun`,
+    each process trains on its share of every epoch and rank 0 alone writes files (see `03b_distributed`)."""
     out = Path(config.out)
     existing = checkpoint_paths(out)
     if existing and not resume:
         raise FileExistsError(f"{out} already holds the checkpoints of a run ({existing[-1].name}). Resume it "
                               "(resume=True, or --resume) or choose another output folder.")
-    dataset = make_dataset(config, data)
-    model = CycleGAN(config)
-    epoch, iteration, history, run_id = 0, 0, new_history(), None
-    if resume and existing:
-        state = read_checkpoint(existing[-1], CHECKPOINT_FORMAT)
-        restore(model, state, existing[-1])
-        epoch, iteration, history, run_id = state['epoch'], state['iteration'], state['history'], state['wandb_id']
-        print(f"Resuming from {existing[-1]} at epoch {epoch + 1}, iteration {iteration}.")
-    elif resume: print(f"No checkpoint in {out} yet: starting a new run.")
-    out.mkdir(parents=True, exist_ok=True)
-    (out/'config.json').write_text(json.dumps(asdict(config), indent=1))
-    photos, paintings = fixed_samples(dataset, config)
-    wb = start_wandb(config, run_id)
-    save = lambda e, i: save_checkpoint(checkpoint_state(model, e, i, history, wb and wb.id), out, config.keep_checkpoints)
-    per_epoch = math.ceil(len(dataset) / config.batch_size)
-    try:
-        with DeferredInterrupt() as interrupt:
-            while epoch < config.total_epochs:
-                set_learning_rate(model, epoch)
-                dataset.set_epoch(epoch)
-                sampler = EpochSampler(len(dataset), config.seed, epoch, start=iteration * config.batch_size)
-                loader = DataLoader(dataset, config.batch_size, sampler=sampler, num_workers=config.num_workers,
-                                    pin_memory=model.device.type == 'cuda')
-                lr = model.opt_G.param_groups[0]['lr']
-                bar = tqdm(loader, total=per_epoch, initial=iteration, disable=not progress,
-                           desc=f'epoch {epoch + 1}/{config.total_epochs}')
-                for batch in bar:
-                    losses = model.train_step(batch['A'], batch['B'])
-                    iteration += 1
-                    for k, v in dict(epoch=epoch, step=len(history['step']) + 1, lr=lr, **losses).items(): history[k].append(v)
-                    bar.set_postfix(_describe(losses), refresh=False)
-                    if wb: wb.log(dict(losses, lr=lr, epoch=epoch + iteration / per_epoch), step=history['step'][-1])
-                    if interrupt.requested or (max_steps and history['step'][-1] >= max_steps):
-                        bar.close(); path = save(epoch, iteration)
-                        print(f"Stopped at epoch {epoch + 1}, iteration {iteration}; checkpoint {path}. "
-                              "Continue with resume=True (--resume).")
-                        return model
-                bar.close()
-                _end_of_epoch(model, epoch, history, photos, paintings, out, wb)
-                epoch, iteration = epoch + 1, 0
-                save(epoch, 0)
-    finally:
-        if wb: wb.finish()
+    with Distributed(resolve_device(config.device), config.dist_timeout) as world:
+        main = world.is_main
+        on_device = resolve_fast_path(config, world.device)['gpu_augment']
+        dataset = make_dataset(replace(config, cache=config.cache and not on_device), data)
+        check_even_split(len(dataset), world.world_size)
+        model = CycleGAN(config, world.device, world)
+        images = DeviceImages(dataset, config, world.device) if on_device else None
+        epoch, samples, history, run_id = 0, 0, new_history(), None
+        if resume and existing:
+            state = read_checkpoint(existing[-1], CHECKPOINT_FORMAT)
+            restore(model, state, existing[-1])
+            epoch, samples, history, run_id = state['epoch'], state['samples'], state['history'], state['wandb_id']
+            check_even_split(len(dataset), world.world_size, samples)
+            saved_ranks = 1 + len(state['other_ranks'])
+            if main: print(f"Resuming from {existing[-1]} at epoch {epoch + 1}, after {samples} of its {len(dataset)} items.")
+            if main and saved_ranks != world.world_size:
+                print(f"The checkpoint was written by {saved_ranks} process(es) and training continues with "
+                      f"{world.world_size}: the epoch goes on from the same item; a rank without a saved image pool "
+                      "starts with an empty one.")
+        elif resume and main: print(f"No checkpoint in {out} yet: starting a new run.")
+        if main:
+            out.mkdir(parents=True, exist_ok=True)
+            (out/'config.json').write_text(json.dumps(asdict(config), indent=1))
+        photos, paintings = fixed_samples(dataset, config) if main else (None, None)
+        wb = start_wandb(config, run_id) if main else None
+        def save(epoch, iteration, samples):
+            states = world.gather(rank_state(model))   # every rank takes part; rank 0 writes
+            if main: return save_checkpoint(checkpoint_state(model, epoch, iteration, samples, history, wb and wb.id,
+                                                             states[1:]), out, config.keep_checkpoints)
+        per_epoch = math.ceil(len(dataset) / world.world_size / config.batch_size)
+        try:
+            with DeferredInterrupt() as interrupt, world.explain_failures():
+                while epoch < config.total_epochs:
+                    set_learning_rate(model, epoch)
+                    dataset.set_epoch(epoch)
+                    sampler = EpochSampler(len(dataset), config.seed, epoch, samples, world.rank, world.world_size)
+                    loader = images.batches(sampler, config.batch_size) if images else DataLoader(
+                        dataset, config.batch_size, sampler=sampler, num_workers=config.num_workers,
+                        pin_memory=model.device.type == 'cuda')
+                    iteration = per_epoch - math.ceil(len(sampler) / config.batch_size)
+                    lr = model.opt_G.param_groups[0]['lr']
+                    bar = tqdm(loader, total=per_epoch, initial=iteration, disable=not (progress and main),
+                               desc=f'epoch {epoch + 1}/{config.total_epochs}')
+                    for batch in bar:
+                        losses = model.train_step(batch['A'], batch['B'])
+                        means, stop = world.mean_and_any(list(losses.values()), interrupt.requested)
+                        losses = dict(zip(losses, means))   # over the global batch
+                        iteration, samples = iteration + 1, samples + len(batch['A']) * world.world_size
+                        for k, v in dict(epoch=epoch, step=len(history['step']) + 1, lr=lr, **losses).items(): history[k].append(v)
+                        bar.set_postfix(_describe(losses), refresh=False)
+                        if wb: wb.log(dict(losses, lr=lr, epoch=epoch + iteration / per_epoch), step=history['step'][-1])
+                        if stop or (max_steps and history['step'][-1] >= max_steps):
+                            bar.close(); path = save(epoch, iteration, samples)
+                            if main: print(f"Stopped at epoch {epoch + 1}, iteration {iteration}; checkpoint {path}. "
+                                           "Continue with resume=True (--resume).")
+                            return model
+                    bar.close()
+                    if main: _end_of_epoch(model, epoch, history, photos, paintings, out, wb)
+                    epoch, samples = epoch + 1, 0
+                    save(epoch, 0, 0)
+                if wb: _log_final_media(wb, model, config, dataset, photos, history, out)
+        finally:
+            if wb: wb.finish()
     return model
+
+def _log_final_media(wb, model, config, dataset, photos, history, out):
+    "Send W&B a table of photo/translation pairs by the exported generator, the GIF, and the generator itself."
+    final = generator_paths(out)[config.total_epochs]
+    fakes = translate_batch(load_generator(final, map_location=model.device), photos)
+    log_final_media(wb, denormalize(photos), denormalize(fakes), final,
+                    names=[Path(f).name for f in dataset.files['A'][:config.n_samples]],
+                    gif_path=out/'photo_across_epochs.gif', step=history['step'][-1],
+                    metadata=dict(epoch=config.total_epochs, **{k: getattr(config, k) for k in ARCHITECTURE}))
 
 def _end_of_epoch(model, epoch, history, photos, paintings, out, wb):
     "Write the epoch's sample grid, generator, loss history and plot (and send the grid to W&B)."
@@ -553,12 +708,11 @@ def _end_of_epoch(model, epoch, history, photos, paintings, out, wb):
     export_generator(model, out/'generators'/f'G_A_epoch_{epoch + 1:03d}.pt', epoch + 1)
     save_history(history, out)
     plot_losses(history, out/'losses.png')
-    if wb:
-        import wandb
-        pixels = grid.mul(255).round().byte().permute(1, 2, 0).numpy()
-        wb.log({'samples': wandb.Image(pixels, caption=f'epoch {epoch + 1}')}, step=history['step'][-1])
+    frames, labels = photo_across_epochs(sorted((out/'samples').glob('epoch_*.png')))
+    save_gif(frames, out/'photo_across_epochs.gif', labels)
+    log_epoch_media(wb, grid, epoch + 1, history['step'][-1])
 
-# %% ../nbs/03_training.ipynb #e53a7e7b
+# %% ../nbs/03_training.ipynb #a71986fe
 def size_multiple(G:nn.Module) -> int:
     "Input sides must be multiples of this: 2 to the number of stride-2 convolutions of `G`."
     return 2 ** sum(isinstance(m, nn.Conv2d) and m.stride == (2, 2) for m in G.modules())
@@ -572,13 +726,14 @@ def translate_batch(G:nn.Module, x:torch.Tensor) -> torch.Tensor:
     ph, pw = -h % m, -w % m
     mode = 'reflect' if ph < h and pw < w else 'replicate'
     p = next(G.parameters())
-    x = nn.functional.pad(x.to(p.device, p.dtype), (0, pw, 0, ph), mode=mode)
+    x = x.to(p.device, p.dtype)
+    if ph or pw: x = nn.functional.pad(x, (0, pw, 0, ph), mode=mode)
     use_amp = p.device.type == 'cuda'
     with torch.autocast(p.device.type, enabled=use_amp):
         y = G(x)
     return y[..., :h, :w].float().clamp(-1, 1)
 
-# %% ../nbs/03_training.ipynb #3df55c97
+# %% ../nbs/03_training.ipynb #f81a176d
 def translate(weights:str|Path, input:str|Path, out:str|Path, epoch:int|None=None, batch_size:int=8,
               device:str='auto', quality:int=95, progress:bool=True) -> list:
     "Translate a photo or a folder of photos with the generator in `weights`; writes `out/<name>.jpg`."
@@ -608,7 +763,7 @@ def translate(weights:str|Path, input:str|Path, out:str|Path, epoch:int|None=Non
     if skipped: print(f"Skipped {len(skipped)} unreadable file(s): {', '.join(map(str, skipped[:5]))}")
     return written
 
-# %% ../nbs/03_training.ipynb #d9ef15c4
+# %% ../nbs/03_training.ipynb #10621f4d
 @torch.no_grad()
 def _style_report(G:nn.Module, photos:torch.Tensor, paintings:torch.Tensor) -> dict:
     half = len(paintings) // 2
