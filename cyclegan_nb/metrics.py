@@ -23,12 +23,13 @@ from torch import nn
 from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3, FeatureExtractorInceptionV3
 from tqdm.auto import tqdm
 
+from .training import resolve_device
+
 # %% auto #0
 __all__ = ['IMAGE_SUFFIXES', 'DEFAULT_MAX_UNCOMPRESSED_MB', 'INCEPTION_WEIGHTS_URL', 'INCEPTION_WEIGHTS_FILE', 'KAGGLE_INPUT',
            'EXTRACTORS', 'feature_statistics', 'frechet_distance', 'fid_from_features', 'memorization_distance',
            'MiFID', 'mifid', 'ImageSet', 'InceptionWeightsMissing', 'find_inception_weights', 'InceptionPool3',
-           'load_inception', 'ProxyFeatures', 'make_extractor', 'resolve_device', 'extract_features', 'ScoreReport',
-           'score']
+           'load_inception', 'ProxyFeatures', 'make_extractor', 'extract_features', 'ScoreReport', 'score']
 
 # %% ../nbs/03a_metrics.ipynb #a9e8ff98
 def feature_statistics(features) -> tuple[np.ndarray, np.ndarray]:
@@ -277,10 +278,6 @@ def make_extractor(extractor: str = 'inception', inception_weights: str | None =
     if extractor == 'inception-random': return InceptionPool3()
     if extractor == 'proxy': return ProxyFeatures()
     raise ValueError(f"Unknown extractor {extractor!r}; choose one of {', '.join(EXTRACTORS)}.")
-
-def resolve_device(device: str = 'auto') -> torch.device:
-    "'auto' -> the GPU when there is one, else the CPU; anything else as torch understands it."
-    return torch.device('cuda' if torch.cuda.is_available() else 'cpu') if device == 'auto' else torch.device(device)
 
 # %% ../nbs/03a_metrics.ipynb #56a754ab
 def extract_features(images: Iterable[tuple[str, torch.Tensor]], extractor: nn.Module, batch_size: int = 50,
